@@ -1,0 +1,10 @@
+"""Classification: logits (N, C[, ...]) and class targets.
+
+One file per related group: cross-entropy and its reweightings (``cross_entropy.py``), the comp-sum
+family (``comp_sum.py``), noise-robust losses (``robust.py``), label-distributionally-robust losses
+(``ldr.py``), long-tail corrections (``long_tail.py``), the spherical Z-loss (``spherical.py``),
+sparse probability mappings (``sparse.py``), overlap/metric losses (``overlap.py``), sequence-level
+objectives (``sequence.py``) and feature or margin regularisers (``features.py``).
+"""
+from . import comp_sum, cross_entropy, ldr, long_tail, robust, spherical  # noqa: F401
+from . import features, overlap, sequence, sparse  # noqa: F401
