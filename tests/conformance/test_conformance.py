@@ -195,7 +195,7 @@ def _bad_cases():
             yield pytest.param(e, name, {"__hyper__": (name, value)}, id=f"{e.id}-hyper-{name}")
         if e in LOSSES:
             yield pytest.param(e, "reduction", {"__call__": {"reduction": "avg"}}, id=f"{e.id}-reduction")
-            bad_w = torch.ones(*[s + 1 for s in ex.term_shape])
+            bad_w = torch.ones(*[s + 1 for s in ex.term_shape]) if ex.term_shape else torch.ones(2)
             yield pytest.param(e, "weight", {"__call__": {"weight": bad_w}}, id=f"{e.id}-weight-shape")
             bad_m = torch.ones(ex.mask_shape)
             yield pytest.param(e, "mask", {"__call__": {"mask": bad_m}}, id=f"{e.id}-mask-dtype")

@@ -1,0 +1,1 @@
+"""``losskit compare`` (being written)."""
