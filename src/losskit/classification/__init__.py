@@ -6,5 +6,6 @@ family (``comp_sum.py``), noise-robust losses (``robust.py``), label-distributio
 sparse probability mappings (``sparse.py``), overlap/metric losses (``overlap.py``), sequence-level
 objectives (``sequence.py``) and feature or margin regularisers (``features.py``).
 """
-from . import comp_sum, cross_entropy, ldr, long_tail, robust, spherical  # noqa: F401
-from . import features, overlap, sequence, sparse  # noqa: F401
+# import order = listing order (the catalogue's)
+from . import cross_entropy, comp_sum, ldr, robust, spherical, sparse, overlap, long_tail  # noqa: F401
+from . import sequence, features  # noqa: F401
