@@ -12,7 +12,8 @@ import torch
 
 from .registry import Example
 
-__all__ = ["SIZES", "logits_example", "binary_example", "embedding_example", "sequence_logp_example"]
+__all__ = ["SIZES", "logits_example", "binary_example", "embedding_example", "sequence_logp_example",
+           "hidden_weight_example"]
 
 # (batch, classes) per size; "tiny" is for float64 gradcheck
 SIZES = {"tiny": (4, 3), "small": (12, 5), "medium": (256, 10), "large": (4096, 1000)}
@@ -114,3 +115,29 @@ def sequence_logp_example(size="small", seed: int = 0, variant: str = "normal") 
     inputs = {"logp": logp}
     bad = [("logp", {"logp": logp.reshape(1, -1, 1)})] + _common_bad(inputs, "logp")
     return Example(inputs, grad=("logp",), batch=("logp",), term_shape=(n,), mask_shape=(n,), bad=bad)
+
+
+# (tokens, hidden size, vocabulary) per size
+HIDDEN_SIZES = {"tiny": (4, 3, 5), "small": (12, 8, 16), "medium": (256, 32, 512), "large": (4096, 1024, 32768)}
+
+
+def hidden_weight_example(size="small", seed: int = 0, variant: str = "normal") -> Example:
+    """Hidden states (N, D), a classifier weight (V, D) and targets (N,), one of them ignore_index."""
+    n, d, v = HIDDEN_SIZES[size] if isinstance(size, str) else (size, 64, 1024)
+    g = _gen(seed)
+    hidden = torch.randn(n, d, generator=g)
+    weight = torch.randn(v, d, generator=g) / d ** 0.5
+    if variant == "extreme":
+        hidden = hidden * (1e4 / d ** 0.5)  # logits of magnitude ~1e4
+    target = torch.randint(0, v, (n,), generator=g)
+    if n > 2:
+        target[1] = -100
+    inputs = {"hidden": hidden, "weight": weight, "target": target}
+    over = target.clone()
+    over[0] = v
+    bad = [("target", {**inputs, "target": over}),
+           ("weight", {**inputs, "weight": torch.randn(v, d + 1, generator=g)}),       # D mismatch
+           ("weight", {**inputs, "weight": weight.double()}),                         # dtype mismatch
+           ("target", {**inputs, "target": target[:-1]})] + _common_bad(inputs, "hidden")
+    return Example(inputs, grad=("hidden", "weight"), batch=("hidden", "target"), term_shape=(n,), mask_shape=(n,),
+                   bad=bad, kept=target != -100)

@@ -77,7 +77,9 @@ class Entry:
     hyper_errors: dict[str, Any] = field(default_factory=dict)
     # defaults used by the conformance suite and compare when the function's own are not enough
     test_hyper: dict[str, Any] = field(default_factory=dict)
-    module_kwargs: dict[str, Any] = field(default_factory=dict)  # constructor arguments beyond hyperparameters
+    module_kwargs: dict[str, Any] = field(default_factory=dict)
+    # the name of the per-term weight keyword ("weight" unless a data input is called weight)
+    term_weight_name: str = "weight"  # constructor arguments beyond hyperparameters
     stochastic: bool = False          # draws random numbers: the suite passes a seeded generator
     gradcheck: bool = True            # False where the gradient is by design not the derivative of the value
                                       # (stop-gradient terms, derivative-only surrogates); say why at the entry

@@ -91,9 +91,11 @@ def test_reduction_and_weight_semantics(entry):
     torch.testing.assert_close(total, terms.sum(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(mean, terms.sum() / kept.sum(), rtol=1e-5, atol=1e-6)
     w = torch.rand(ex.term_shape, generator=torch.Generator().manual_seed(3)) + 0.1
-    torch.testing.assert_close(call(entry, ex, reduction="none", weight=w), terms * w, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(call(entry, ex, reduction="sum", weight=w), (terms * w).sum(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(call(entry, ex, reduction="mean", weight=w), (terms * w).sum() / (w * kept).sum(),
+    wkw = entry.term_weight_name
+    torch.testing.assert_close(call(entry, ex, reduction="none", **{wkw: w}), terms * w, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(call(entry, ex, reduction="sum", **{wkw: w}), (terms * w).sum(), rtol=1e-5,
+                               atol=1e-6)
+    torch.testing.assert_close(call(entry, ex, reduction="mean", **{wkw: w}), (terms * w).sum() / (w * kept).sum(),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -196,7 +198,8 @@ def _bad_cases():
         if e in LOSSES:
             yield pytest.param(e, "reduction", {"__call__": {"reduction": "avg"}}, id=f"{e.id}-reduction")
             bad_w = torch.ones(*[s + 1 for s in ex.term_shape]) if ex.term_shape else torch.ones(2)
-            yield pytest.param(e, "weight", {"__call__": {"weight": bad_w}}, id=f"{e.id}-weight-shape")
+            yield pytest.param(e, e.term_weight_name, {"__call__": {e.term_weight_name: bad_w}},
+                               id=f"{e.id}-weight-shape")
             bad_m = torch.ones(ex.mask_shape)
             yield pytest.param(e, "mask", {"__call__": {"mask": bad_m}}, id=f"{e.id}-mask-dtype")
 
