@@ -1,0 +1,177 @@
+"""Per-token softmax statistics: from h·Wᵀ without the logits (``linear_token_stats``) and from logits
+(``token_entropy``). They feed sequence log-probabilities, entropy bonuses and KL estimators of the
+preference and policy losses."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..checks import check_class_target, check_finite, check_real, check_tensor
+from ..examples import hidden_weight_example, logits_example
+from ..inputs import class_inputs  # noqa: F401  (documented building block)
+from ..reduce import combine_masks, compute_dtype, reduce_loss
+from ..registry import Example, register
+from ..schedules.vocab import accumulate_grads, block_logits, rows_per_block, softcap_derivative_
+from .linear_ce import _check_classifier, prepare_rows
+
+__all__ = ["TokenStats", "linear_token_stats", "token_entropy"]
+
+
+class TokenStats(NamedTuple):
+    """Per-token statistics of softmax(z): logsumexp, log-probability of the target, entropy."""
+
+    lse: torch.Tensor
+    logp: torch.Tensor
+    entropy: torch.Tensor
+
+
+def _entropy_from(z: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+    """H = lse − Σ p·z, exact and stable (p = exp(z − lse))."""
+    return lse - (torch.exp(z - lse[:, None]) * z).sum(1)
+
+
+def _stats_stream(h, weight, bias, y, softcap, chunk_size, grads=None, want=(False, False, False)):
+    """Statistics of every row; with ``grads`` = (g_lse, g_logp, g_ent) also dh, dW, db.
+
+    ∂lse/∂z = p, ∂log p_y/∂z = e_y − p, ∂H/∂z = −p ⊙ (z − lse + H).
+    """
+    m, acc = h.shape[0], compute_dtype(h)
+    lse = torch.empty(m, dtype=acc, device=h.device)
+    logp = torch.empty_like(lse)
+    ent = torch.empty_like(lse)
+    dh = torch.empty_like(h) if grads is not None and want[0] else None
+    dw = torch.zeros_like(weight) if grads is not None and want[1] else None
+    db = torch.zeros_like(bias) if grads is not None and want[2] and bias is not None else None
+    step = rows_per_block(m, weight.shape[0], chunk_size)
+    for start in range(0, m, step):
+        sl = slice(start, min(start + step, m))
+        z, t = block_logits(h[sl], weight, bias, softcap, acc)
+        b_lse = torch.logsumexp(z, 1)
+        b_logp = z.gather(1, y[sl, None]).squeeze(1) - b_lse
+        b_ent = _entropy_from(z, b_lse)
+        lse[sl], logp[sl], ent[sl] = b_lse, b_logp, b_ent
+        if grads is not None:
+            g_lse, g_logp, g_ent = (g[sl] for g in grads)
+            log_p = z.sub_(b_lse[:, None])                       # z − lse, in place
+            p = log_p.exp()
+            g = p * (g_lse - g_logp)[:, None] - g_ent[:, None] * p * (log_p + b_ent[:, None])
+            g.scatter_add_(1, y[sl, None], g_logp[:, None])
+            softcap_derivative_(g, t)
+            dh_blk = accumulate_grads(g, h[sl], weight, dw, db, want_dh=dh is not None)
+            if dh is not None:
+                dh[sl] = dh_blk
+            del p, g
+        del z, t
+    return (lse, logp, ent), (dh, dw, db)
+
+
+class _TokenStats(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, h, weight, bias, y, softcap, chunk_size):
+        with torch.no_grad():
+            stats, _ = _stats_stream(h, weight, bias, y, softcap, chunk_size)
+        ctx.save_for_backward(h, weight, bias, y)
+        ctx.softcap, ctx.chunk_size = softcap, chunk_size
+        return stats
+
+    @staticmethod
+    def backward(ctx, g_lse, g_logp, g_ent):
+        h, weight, bias, y = ctx.saved_tensors
+        acc = compute_dtype(h)
+        zeros = torch.zeros(h.shape[0], dtype=acc, device=h.device)
+        grads = tuple(zeros if g is None else g.to(acc) for g in (g_lse, g_logp, g_ent))
+        with torch.no_grad():
+            _, (dh, dw, db) = _stats_stream(h, weight, bias, y, ctx.softcap, ctx.chunk_size, grads,
+                                            tuple(ctx.needs_input_grad[:3]))
+        return dh, dw, db, None, None, None
+
+
+def _stats_example(size="small", seed=0, variant="normal") -> Example:
+    ex = hidden_weight_example(size, seed, variant)
+    ex.term_shape = ex.mask_shape = None  # statistics, not a loss: no reduction
+    ex.kept = None
+    return ex
+
+
+@register("linear_token_stats", family="large_output", kind="util", input="hidden+W",
+          source="Cut Your Losses in Large-Vocabulary Language Models", oracle="torch (naive)", tier=1,
+          example=_stats_example, schedules=("recompute",), hyper_errors={"softcap": -1.0})
+def linear_token_stats(hidden, weight, target, *, bias=None, softcap=None, ignore_index=-100, shift=False,
+                       chunk_size=None):
+    """Per-token (lse, log p_target, entropy) of z = h·Wᵀ + b without building the N×V logits.
+
+    lse_n = log Σ_v e^{z_nv}, logp_n = z_{n,y} − lse_n, H_n = lse_n − Σ_v p_nv·z_nv. Each returned
+    tensor has an exact backward (the logit blocks are recomputed: ∂lse/∂z = p, ∂log p_y/∂z = e_y − p,
+    ∂H/∂z = −p ⊙ (log p + H)), so summed sequence log-probabilities for DPO-style losses, entropy
+    bonuses and KL estimators train without (B, T, V) logits. Positions whose target is
+    ``ignore_index`` get logp = 0 (their lse and entropy are still computed). ``shift=True`` makes
+    position t predict target t + 1. Returns a :class:`TokenStats` of the target's shape.
+
+    Defaults: bias=None, softcap=None, ignore_index=-100, shift=False, chunk_size=None (blocks of at most
+    128 MiB of float32 logits). Source: "Cut Your Losses in Large-Vocabulary Language Models" (its
+    kernel's extension point: per-token LSE, target logit and entropy).
+    """
+    _check_classifier(hidden, weight, bias)
+    check_tensor("target", target)
+    if softcap is not None:
+        check_real("softcap", softcap, low=0.0, low_inclusive=False)
+    h, y, shape = prepare_rows(hidden, target, shift, ignore_index)
+    check_class_target("target", y, weight.shape[0], ignore_index)
+    check_finite("hidden", h)
+    keep = y != ignore_index
+    y_safe = torch.where(keep, y, torch.zeros_like(y))
+    lse, logp, ent = _TokenStats.apply(h, weight, bias, y_safe, None if softcap is None else float(softcap),
+                                       chunk_size)
+    logp = torch.where(keep, logp, logp.new_zeros(()))
+    out = hidden.dtype
+    return TokenStats(lse.reshape(shape).to(out), logp.reshape(shape).to(out), ent.reshape(shape).to(out))
+
+
+def _entropy_example(size="small", seed=0, variant="normal") -> Example:
+    ex = logits_example(size, seed, variant)
+    logits = ex.inputs["logits"]
+    ex.inputs = {"logits": logits}
+    ex.batch = ("logits",)
+    ex.bad = [(arg, {"logits": inp["logits"]}) for arg, inp in ex.bad if arg == "logits"]
+    return ex
+
+
+@register("token_entropy", family="large_output", kind="util", input="logits",
+          source="The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models; ARES",
+          oracle="torch", tier=1, example=_entropy_example, hyper_errors={"window": 0})
+def token_entropy(logits, *, window=None, reduction="mean", weight=None, mask=None):
+    """Per-token entropy H_t = −Σ_v p_tv·log p_tv of softmax(logits) over the last dim.
+
+    ``logits`` (N, V) or (B, T, V); the terms have the leading shape. H is computed as lse − Σ p·z
+    (exact, no log 0). With ``window`` = w, each term is the sliding-window mean entropy of the last w
+    valid tokens of its row, (1/|S_t|)·Σ_{s∈S_t} H_s with S_t = {s ≤ t, s > t − w, mask_s} (ARES's
+    window entropy; tokens with no valid token in their window get 0). Used as an entropy bonus or
+    monitor in policy-gradient training (reduction "mean" over masked tokens).
+
+    Defaults: window=None, reduction="mean". Sources: "The Entropy Mechanism of Reinforcement Learning for
+    Reasoning Language Models" (entropy monitoring) and ARES (sliding-window token entropy).
+    """
+    check_tensor("logits", logits, ndim=(2, 3), dtype="float")
+    check_finite("logits", logits)
+    acc = compute_dtype(logits)
+    z = logits.to(acc)
+    lse = torch.logsumexp(z, -1)
+    ent = lse - (torch.softmax(z, -1) * z).sum(-1)
+    if window is not None:
+        check_real("window", window, low=1, integer=True)
+        ent = _window_mean(ent, mask, int(window))
+    return reduce_loss(ent, reduction, weight=weight, mask=combine_masks(mask), out_dtype=logits.dtype)
+
+
+def _window_mean(ent: torch.Tensor, mask, w: int) -> torch.Tensor:
+    """Mean of ``ent`` over the last ``w`` positions (masked ones excluded) along the last dim."""
+    valid = torch.ones_like(ent) if mask is None else torch.broadcast_to(mask, ent.shape).to(ent.dtype)
+    x = ent * valid
+    csum = torch.nn.functional.pad(x.cumsum(-1), (1, 0))
+    ccount = torch.nn.functional.pad(valid.cumsum(-1), (1, 0))
+    hi = torch.arange(1, ent.shape[-1] + 1, device=ent.device)
+    lo = (hi - w).clamp_min(0)
+    total = csum[..., hi] - csum[..., lo]
+    count = ccount[..., hi] - ccount[..., lo]
+    return torch.where(count > 0, total / count.clamp_min(1), torch.zeros_like(total))
