@@ -16,7 +16,7 @@ from .checks import (check_class_target, check_finite, checks_enabled, check_pro
 from .errors import LossInputError
 from .reduce import compute_dtype
 
-__all__ = ["ClassInputs", "class_inputs", "binary_inputs"]
+__all__ = ["ClassInputs", "class_inputs", "binary_inputs", "flatten_classes"]
 
 
 @dataclass
@@ -43,7 +43,7 @@ class ClassInputs:
         return torch.nn.functional.one_hot(self.target, self.num_classes).to(self.logits.dtype)
 
 
-def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
+def flatten_classes(x: torch.Tensor) -> torch.Tensor:
     """(N, C, d1, ...) -> (N·d1·..., C)."""
     if x.dim() == 2:
         return x
@@ -60,14 +60,14 @@ def class_inputs(logits, target, *, ignore_index: int | None = -100, allow_soft:
         raise LossInputError(logits_name, f"at least {min_classes} classes along dim 1", f"{c}")
     check_finite(logits_name, logits)
     dt = compute_dtype(logits)
-    flat = _flatten_classes(logits).to(dt)
+    flat = flatten_classes(logits).to(dt)
     natural = torch.Size((n, *logits.shape[2:]))
     if target.is_floating_point():
         if not allow_soft:
             raise LossInputError(target_name, f"integer class indices of shape {tuple(natural)}", "a float tensor "
                                  f"of shape {tuple(target.shape)} (this loss takes no soft targets)")
         check_shape(target_name, target, logits.shape, like=f"{logits_name}, for class probabilities")
-        soft = _flatten_classes(target).to(dt)
+        soft = flatten_classes(target).to(dt)
         check_probabilities(target_name, soft)
         return ClassInputs(flat, None, soft, None, natural, logits.dtype, c)
     if tuple(target.shape) != tuple(natural):
