@@ -20,7 +20,7 @@ __all__ = ["LossModule", "make_module_class", "module_name_for"]
 
 _ACRONYMS = {"ce": "CE", "nce": "NCE", "nfl": "NFL", "rce": "RCE", "mae": "MAE", "apl": "APL", "kl": "KL",
              "ldr": "LDR", "aldr": "ALDR", "dco": "DCO", "opl": "OPL", "emo": "EMO", "eisl": "EISL",
-             "gce": "GCE", "topk": "TopK", "n": "N"}
+             "gce": "GCE", "topk": "TopK", "n": "N", "anyloss": "Any", "ensloss": "Ens", "fc": "FC"}
 
 
 def module_name_for(id: str, kind: str) -> str:
