@@ -9,7 +9,7 @@ from ..checks import (check_class_target, check_choice, check_finite, check_real
                       check_tensor)
 from ..errors import LossInputError
 from ..module import LossModule
-from ..reduce import REDUCTIONS, compute_dtype, reduce_loss
+from ..reduce import REDUCTIONS, check_term_weight, compute_dtype, reduce_loss
 from ..examples import hidden_weight_example
 from ..registry import attach_module, register
 from ..schedules.vocab import accumulate_grads, block_logits, rows_per_block, softcap_derivative_
@@ -212,12 +212,8 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     keep = y != ignore_index
     w = None
     if weight_per_token is not None:
-        check_tensor("weight_per_token", weight_per_token, dtype="float")
-        try:
-            w = torch.broadcast_to(weight_per_token, shape).reshape(-1).to(compute_dtype(h))
-        except RuntimeError:
-            raise LossInputError("weight_per_token", f"a tensor broadcastable to {tuple(shape)}",
-                                 f"shape {tuple(weight_per_token.shape)}") from None
+        check_term_weight(weight_per_token, shape, "weight_per_token")
+        w = torch.broadcast_to(weight_per_token, shape).reshape(-1).to(compute_dtype(h))
         keep = keep & (w != 0)
     if mask is not None:
         check_tensor("mask", mask, dtype="bool")
