@@ -29,29 +29,35 @@ class _Options:
 
 
 def _block_terms_and_grad(z, t, y, opts: _Options, scale: torch.Tensor | None):
-    """Per-row loss terms and lse of a logit block; with ``scale`` (rows,), overwrite z with the logit
-    gradient scale_n·∂ℓ_n/∂r (r the pre-softcap logits) and return it as well.
+    """Per-row loss terms and lse of a logit block, consuming ``z``; with ``scale`` (rows,) also the
+    logit gradient scale_n·∂ℓ_n/∂r (r the pre-softcap logits), built in z's storage.
 
     ℓ = lse − (1−ε)·z_y − (ε/V)·Σ_v z_v + λ·lse²;  ∂ℓ/∂z = p·(1 + 2λ·lse) − (1−ε)·e_y − ε/V.
+    Five passes over the block (max, shift, exp, row sum, scale) and one exponential per logit:
+    the softmax is the normalised exponential already used for the logsumexp.
     """
     v = z.shape[1]
-    lse = torch.logsumexp(z, dim=1)
     z_y = z.gather(1, y[:, None]).squeeze(1)
+    mean_z = z.mean(1) if opts.label_smoothing else None
+    m = z.amax(1, keepdim=True)
+    e = z.sub_(m).exp_()
+    row_sum = e.sum(1)
+    lse = m.squeeze(1) + row_sum.log()
     terms = lse - (1 - opts.label_smoothing) * z_y
     if opts.label_smoothing:
-        terms = terms - opts.label_smoothing * z.mean(1)
+        terms = terms - opts.label_smoothing * mean_z
     if opts.z_loss:
         terms = terms + opts.z_loss * lse * lse
     if scale is None:
         return terms, lse, None
-    g = z.sub_(lse[:, None]).exp_()  # softmax, in place
+    factor = scale / row_sum
     if opts.z_loss:
-        g.mul_((1 + 2 * opts.z_loss * lse)[:, None])
-    g.scatter_add_(1, y[:, None], torch.full_like(lse, -(1 - opts.label_smoothing))[:, None])
+        factor = factor * (1 + 2 * opts.z_loss * lse)
+    g = e.mul_(factor[:, None])
+    g.scatter_add_(1, y[:, None], (-(1 - opts.label_smoothing) * scale)[:, None])
     if opts.label_smoothing:
-        g.sub_(opts.label_smoothing / v)
+        g.sub_((opts.label_smoothing / v) * scale[:, None])
     softcap_derivative_(g, t)
-    g.mul_(scale[:, None])
     return terms, lse, g
 
 
