@@ -24,7 +24,8 @@ import torch
 from .checks import check_broadcastable, check_choice, check_finite, check_tensor, checks_enabled
 from .errors import LossInputError
 
-__all__ = ["REDUCTIONS", "LossComponents", "reduce_terms", "reduce_loss", "combine_masks", "compute_dtype"]
+__all__ = ["REDUCTIONS", "LossComponents", "reduce_terms", "reduce_loss", "combine_masks", "compute_dtype",
+           "check_term_weight"]
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -66,13 +67,13 @@ def combine_masks(*masks: torch.Tensor | None) -> torch.Tensor | None:
     return out
 
 
-def _check_weight(weight, shape) -> torch.Tensor:
-    check_tensor("weight", weight, dtype="float")
-    check_broadcastable("weight", weight, shape)
+def check_term_weight(weight, shape, name: str = "weight") -> torch.Tensor:
+    check_tensor(name, weight, dtype="float")
+    check_broadcastable(name, weight, shape)
     if checks_enabled() and weight.numel():
-        check_finite("weight", weight)
+        check_finite(name, weight)
         if bool((weight < 0).any()):
-            raise LossInputError("weight", "non-negative per-term weights", "negative entries")
+            raise LossInputError(name, "non-negative per-term weights", "negative entries")
     return weight
 
 
@@ -93,7 +94,7 @@ def reduce_terms(terms: torch.Tensor, reduction: str = "mean", *, weight: torch.
     if validate:
         check_choice("reduction", reduction, REDUCTIONS)
         if weight is not None:
-            weight = _check_weight(weight, terms.shape)
+            weight = check_term_weight(weight, terms.shape)
         if mask is not None:
             mask = _check_mask(mask, terms.shape)
     if weight is not None:
@@ -127,11 +128,14 @@ def reduce_terms(terms: torch.Tensor, reduction: str = "mean", *, weight: torch.
 
 def reduce_loss(terms: torch.Tensor, reduction: str = "mean", *, weight=None, mask=None, norm=None,
                 out_dtype=None, components: dict[str, torch.Tensor] | None = None,
-                return_components: bool = False):
-    """:func:`reduce_terms` for the total, and, when ``return_components``, for each named part."""
+                return_components: bool = False, weight_name: str = "weight"):
+    """:func:`reduce_terms` for the total, and, when ``return_components``, for each named part.
+
+    ``weight_name`` is how errors call the per-term weight (losses whose classifier is ``weight``
+    take ``weight_per_token``)."""
     check_choice("reduction", reduction, REDUCTIONS)
     if weight is not None:
-        weight = _check_weight(weight, terms.shape)
+        weight = check_term_weight(weight, terms.shape, weight_name)
     if mask is not None:
         mask = _check_mask(mask, terms.shape)
     total = reduce_terms(terms, reduction, weight=weight, mask=mask, norm=norm, out_dtype=out_dtype,
