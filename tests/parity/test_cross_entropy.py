@@ -16,20 +16,10 @@ import torch.nn.functional as F
 
 import losskit.functional as LF
 
+from ._helpers import logits64 as _logits
+from ._helpers import targets as _targets
+
 TOL = dict(rtol=1e-10, atol=1e-12)
-
-
-def _logits(n, c, *spatial, seed=0, scale=3.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, c, *spatial, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
-
-
-def _targets(n, c, *spatial, seed=0, ignore=None):
-    g = torch.Generator().manual_seed(seed + 100)
-    t = torch.randint(0, c, (n, *spatial), generator=g)
-    if ignore is not None:
-        t.view(-1)[::4] = ignore
-    return t
 
 
 def _grad(fn, x):

@@ -43,8 +43,7 @@ from ..reduce import combine_masks, reduce_loss
 from ..registry import Example, register
 from ._common import FAMILY, one_minus_pt
 
-__all__ = ["dice", "self_adjusting_dice", "tversky", "jaccard", "jaccard_metric", "lovasz_softmax", "anyloss",
-           "AnyLoss"]
+__all__ = ["dice", "self_adjusting_dice", "tversky", "jaccard", "jaccard_metric", "lovasz_softmax", "anyloss"]
 
 MODES = ("multiclass", "multilabel", "binary")
 DICE_NLP = "Dice Loss for Data-imbalanced NLP Tasks"

@@ -14,7 +14,7 @@ from ..examples import hidden_weight_example
 from ..registry import attach_module, register
 from ..schedules.vocab import accumulate_grads, block_logits, rows_per_block, softcap_derivative_
 
-__all__ = ["linear_cross_entropy", "LinearCrossEntropyLoss", "prepare_rows"]
+__all__ = ["linear_cross_entropy", "LinearCrossEntropyLoss", "prepare_rows", "classifier_rows"]
 
 SOURCE = "Cut Your Losses in Large-Vocabulary Language Models"
 
@@ -156,6 +156,23 @@ def prepare_rows(hidden, target, shift: bool, ignore_index: int):
     return hidden.reshape(-1, hidden.shape[-1]), target.reshape(-1), shape
 
 
+def classifier_rows(hidden, weight, target, *, bias=None, softcap=None, shift=False, ignore_index=-100,
+                    chunk_size=None):
+    """Validate the inputs of a loss of h·Wᵀ (+ b) and flatten them to rows.
+
+    Returns (h (N, D), y (N,), the terms' shape, keep (N,) = target != ignore_index)."""
+    _check_classifier(hidden, weight, bias)
+    check_tensor("target", target)
+    if softcap is not None:
+        check_real("softcap", softcap, low=0.0, low_inclusive=False)
+    if chunk_size is not None:
+        check_real("chunk_size", chunk_size, low=1, integer=True)
+    h, y, shape = prepare_rows(hidden, target, shift, ignore_index)
+    check_class_target("target", y, weight.shape[0], ignore_index)
+    check_finite("hidden", h)
+    return h, y, shape, y != ignore_index
+
+
 def _check_classifier(hidden, weight, bias):
     check_tensor("hidden", hidden, ndim=(2, 3), dtype="float")
     check_tensor("weight", weight, ndim=2, dtype="float")
@@ -202,20 +219,12 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     Source: "Cut Your Losses in Large-Vocabulary Language Models" (Wijmans et al., 2024); the fused
     gradient-in-forward schedule follows Liger-Kernel's FusedLinearCrossEntropy.
     """
-    _check_classifier(hidden, weight, bias)
-    check_tensor("target", target)
     check_real("label_smoothing", label_smoothing, low=0.0, high=1.0)
     check_real("z_loss", z_loss, low=0.0)
-    if softcap is not None:
-        check_real("softcap", softcap, low=0.0, low_inclusive=False)
     check_choice("mode", mode, ("auto", "fused", "recompute"))
     check_choice("reduction", reduction, REDUCTIONS)
-    if chunk_size is not None:
-        check_real("chunk_size", chunk_size, low=1, integer=True)
-    h, y, shape = prepare_rows(hidden, target, shift, ignore_index)
-    check_class_target("target", y, weight.shape[0], ignore_index)
-    check_finite("hidden", h)
-    keep = y != ignore_index
+    h, y, shape, keep = classifier_rows(hidden, weight, target, bias=bias, softcap=softcap, shift=shift,
+                                        ignore_index=ignore_index, chunk_size=chunk_size)
     w = None
     if weight_per_token is not None:
         check_term_weight(weight_per_token, shape, "weight_per_token")

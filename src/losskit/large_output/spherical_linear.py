@@ -4,12 +4,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_class_target, check_finite, check_real, check_shape, check_tensor
+from ..checks import check_real, check_shape, check_tensor
 from ..errors import LossInputError
 from ..examples import hidden_weight_example
 from ..reduce import combine_masks, compute_dtype, reduce_loss
 from ..registry import register
-from .linear_ce import _check_classifier, prepare_rows
+from .linear_ce import classifier_rows
 
 __all__ = ["z_loss_spherical_linear", "spherical_statistics"]
 
@@ -39,14 +39,10 @@ def z_loss_spherical_linear(hidden, weight, target, *, a=1.0, b=2.0, column_sum=
     Defaults: a=1, b=2 (assumed, as for z_loss_spherical), eps=1e-12, ignore_index=-100.
     Source: "The Z-loss: a shift and scale invariant classification loss belonging to the Spherical Family".
     """
-    _check_classifier(hidden, weight, None)
-    check_tensor("target", target)
     check_real("a", a, low=0.0, low_inclusive=False)
     check_real("b", b)
-    h, y, shape = prepare_rows(hidden, target, False, ignore_index)
+    h, y, shape, keep = classifier_rows(hidden, weight, target, ignore_index=ignore_index)
     v, d = weight.shape
-    check_class_target("target", y, v, ignore_index)
-    check_finite("hidden", h)
     acc = compute_dtype(h)
     if column_sum is None or gram is None:
         col, gr = spherical_statistics(weight)
@@ -60,7 +56,6 @@ def z_loss_spherical_linear(hidden, weight, target, *, a=1.0, b=2.0, column_sum=
         gr = gram.to(acc)
     if v < 2:
         raise LossInputError("weight", "at least 2 classes", f"{v}")
-    keep = y != ignore_index
     y_safe = torch.where(keep, y, torch.zeros_like(y))
     hf = h.to(acc)
     s1 = hf @ col

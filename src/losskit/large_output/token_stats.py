@@ -7,13 +7,12 @@ from typing import NamedTuple
 
 import torch
 
-from ..checks import check_class_target, check_finite, check_real, check_tensor
+from ..checks import check_finite, check_real, check_tensor
 from ..examples import hidden_weight_example, logits_example
-from ..inputs import class_inputs  # noqa: F401  (documented building block)
 from ..reduce import combine_masks, compute_dtype, reduce_loss
 from ..registry import Example, register
 from ..schedules.vocab import accumulate_grads, block_logits, rows_per_block, softcap_derivative_
-from .linear_ce import _check_classifier, prepare_rows
+from .linear_ce import classifier_rows
 
 __all__ = ["TokenStats", "linear_token_stats", "token_entropy"]
 
@@ -112,14 +111,8 @@ def linear_token_stats(hidden, weight, target, *, bias=None, softcap=None, ignor
     128 MiB of float32 logits). Source: "Cut Your Losses in Large-Vocabulary Language Models" (its
     kernel's extension point: per-token LSE, target logit and entropy).
     """
-    _check_classifier(hidden, weight, bias)
-    check_tensor("target", target)
-    if softcap is not None:
-        check_real("softcap", softcap, low=0.0, low_inclusive=False)
-    h, y, shape = prepare_rows(hidden, target, shift, ignore_index)
-    check_class_target("target", y, weight.shape[0], ignore_index)
-    check_finite("hidden", h)
-    keep = y != ignore_index
+    h, y, shape, keep = classifier_rows(hidden, weight, target, bias=bias, softcap=softcap, shift=shift,
+                                        ignore_index=ignore_index, chunk_size=chunk_size)
     y_safe = torch.where(keep, y, torch.zeros_like(y))
     lse, logp, ent = _TokenStats.apply(h, weight, bias, y_safe, None if softcap is None else float(softcap),
                                        chunk_size)
