@@ -33,12 +33,20 @@ def peak_since(baseline: int) -> int:
     return _status("VmHWM") - baseline
 
 
-def time_and_peak(fn, repeats: int = 3, warmup: int = 1) -> tuple[float, int]:
-    """Median wall time of ``fn()`` over ``repeats`` after ``warmup`` calls, and the largest extra peak RSS."""
+def time_and_peak(fn, repeats: int = 3, warmup: int = 1, before=None) -> tuple[float, int]:
+    """Median wall time of ``fn()`` over ``repeats`` after ``warmup`` calls, and the largest extra peak RSS.
+
+    ``before()`` runs untimed ahead of each call, before the memory baseline is taken: it must free
+    what the previous call left (gradients), or the baseline would hide the next call's buffers.
+    """
     for _ in range(warmup):
+        if before is not None:
+            before()
         fn()
     times, peaks = [], []
     for _ in range(repeats):
+        if before is not None:
+            before()
         base = reset_peak()
         start = time.perf_counter()
         fn()

@@ -29,20 +29,21 @@ class _Options:
 
 
 def _block_terms_and_grad(z, t, y, opts: _Options, scale: torch.Tensor | None):
-    """Per-row loss terms and lse of a logit block, consuming ``z``; with ``scale`` (rows,) also the
-    logit gradient scale_n·∂ℓ_n/∂r (r the pre-softcap logits), built in z's storage.
+    """Per-row loss terms and lse of a vocabulary-major logit block zᵀ (V, rows), consuming ``z``; with
+    ``scale`` (rows,) also the logit gradient scale_n·∂ℓ_n/∂r (r the pre-softcap logits), built in z's
+    storage (V, rows).
 
     ℓ = lse − (1−ε)·z_y − (ε/V)·Σ_v z_v + λ·lse²;  ∂ℓ/∂z = p·(1 + 2λ·lse) − (1−ε)·e_y − ε/V.
-    Five passes over the block (max, shift, exp, row sum, scale) and one exponential per logit:
+    Five passes over the block (max, shift, exp, column sum, scale) and one exponential per logit:
     the softmax is the normalised exponential already used for the logsumexp.
     """
-    v = z.shape[1]
-    z_y = z.gather(1, y[:, None]).squeeze(1)
-    mean_z = z.mean(1) if opts.label_smoothing else None
-    m = z.amax(1, keepdim=True)
+    v = z.shape[0]
+    z_y = z.gather(0, y[None, :]).squeeze(0)
+    mean_z = z.mean(0) if opts.label_smoothing else None
+    m = z.amax(0, keepdim=True)
     e = z.sub_(m).exp_()
-    row_sum = e.sum(1)
-    lse = m.squeeze(1) + row_sum.log()
+    col_sum = e.sum(0)
+    lse = m.squeeze(0) + col_sum.log()
     terms = lse - (1 - opts.label_smoothing) * z_y
     if opts.label_smoothing:
         terms = terms - opts.label_smoothing * mean_z
@@ -50,13 +51,13 @@ def _block_terms_and_grad(z, t, y, opts: _Options, scale: torch.Tensor | None):
         terms = terms + opts.z_loss * lse * lse
     if scale is None:
         return terms, lse, None
-    factor = scale / row_sum
+    factor = scale / col_sum
     if opts.z_loss:
         factor = factor * (1 + 2 * opts.z_loss * lse)
-    g = e.mul_(factor[:, None])
-    g.scatter_add_(1, y[:, None], (-(1 - opts.label_smoothing) * scale)[:, None])
+    g = e.mul_(factor[None, :])
+    g.scatter_add_(0, y[None, :], (-(1 - opts.label_smoothing) * scale)[None, :])
     if opts.label_smoothing:
-        g.sub_((opts.label_smoothing / v) * scale[:, None])
+        g.sub_((opts.label_smoothing / v) * scale[None, :])
     softcap_derivative_(g, t)
     return terms, lse, g
 
@@ -212,7 +213,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, ignore_index=-100
     predict target t + 1. Rows whose target is ``ignore_index``, masked, or of zero weight are
     dropped before any product. bf16/fp16 inputs multiply in their dtype, every exponential and sum
     runs in float32, and dW accumulates across blocks in the weight's dtype. ``chunk_size`` is the
-    number of rows per block (default: blocks of at most 128 MiB of float32 logits).
+    number of rows per block (default: blocks of at most 256 MiB of float32 logits).
     ``return_lse`` also returns the per-row logsumexp (no gradient; 0 for dropped rows).
 
     Defaults: bias=None, ignore_index=-100, label_smoothing=0, softcap=None, z_loss=0, mode="auto".

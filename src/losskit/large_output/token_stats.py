@@ -26,8 +26,8 @@ class TokenStats(NamedTuple):
 
 
 def _entropy_from(z: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
-    """H = lse − Σ p·z, exact and stable (p = exp(z − lse))."""
-    return lse - (torch.exp(z - lse[:, None]) * z).sum(1)
+    """H = lse − Σ p·z per column of a vocabulary-major block, exact and stable (p = exp(z − lse))."""
+    return lse - (torch.exp(z - lse[None, :]) * z).sum(0)
 
 
 def _stats_stream(h, weight, bias, y, softcap, chunk_size, grads=None, want=(False, False, False)):
@@ -45,17 +45,17 @@ def _stats_stream(h, weight, bias, y, softcap, chunk_size, grads=None, want=(Fal
     step = rows_per_block(m, weight.shape[0], chunk_size)
     for start in range(0, m, step):
         sl = slice(start, min(start + step, m))
-        z, t = block_logits(h[sl], weight, bias, softcap, acc)
-        b_lse = torch.logsumexp(z, 1)
-        b_logp = z.gather(1, y[sl, None]).squeeze(1) - b_lse
+        z, t = block_logits(h[sl], weight, bias, softcap, acc)   # vocabulary-major (V, rows)
+        b_lse = torch.logsumexp(z, 0)
+        b_logp = z.gather(0, y[None, sl]).squeeze(0) - b_lse
         b_ent = _entropy_from(z, b_lse)
         lse[sl], logp[sl], ent[sl] = b_lse, b_logp, b_ent
         if grads is not None:
             g_lse, g_logp, g_ent = (g[sl] for g in grads)
-            log_p = z.sub_(b_lse[:, None])                       # z − lse, in place
+            log_p = z.sub_(b_lse[None, :])                       # z − lse, in place
             p = log_p.exp()
-            g = p * (g_lse - g_logp)[:, None] - g_ent[:, None] * p * (log_p + b_ent[:, None])
-            g.scatter_add_(1, y[sl, None], g_logp[:, None])
+            g = p * (g_lse - g_logp)[None, :] - g_ent[None, :] * p * (log_p + b_ent[None, :])
+            g.scatter_add_(0, y[None, sl], g_logp[None, :])
             softcap_derivative_(g, t)
             dh_blk = accumulate_grads(g, h[sl], weight, dw, db, want_dh=dh is not None)
             if dh is not None:
@@ -108,7 +108,7 @@ def linear_token_stats(hidden, weight, target, *, bias=None, softcap=None, ignor
     position t predict target t + 1. Returns a :class:`TokenStats` of the target's shape.
 
     Defaults: bias=None, softcap=None, ignore_index=-100, shift=False, chunk_size=None (blocks of at most
-    128 MiB of float32 logits). Source: "Cut Your Losses in Large-Vocabulary Language Models" (its
+    256 MiB of float32 logits). Source: "Cut Your Losses in Large-Vocabulary Language Models" (its
     kernel's extension point: per-token LSE, target logit and entropy).
     """
     h, y, shape, keep = classifier_rows(hidden, weight, target, bias=bias, softcap=softcap, shift=shift,
