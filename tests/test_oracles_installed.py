@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-ORACLES = ["entmax", "segmentation_models_pytorch", "torchvision"]
+ORACLES = ["entmax", "segmentation_models_pytorch", "torchvision", "pytorch_metric_learning"]
 
 
 @pytest.mark.skipif(os.environ.get("CI") != "true", reason="only enforced in CI (CI=true)")

@@ -1,2 +1,2 @@
 """Imports every family package so that its entries register (the only place that lists them)."""
-from . import classification, large_output  # noqa: F401
+from . import classification, large_output, metric  # noqa: F401

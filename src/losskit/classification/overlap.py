@@ -38,7 +38,7 @@ import torch
 from ..checks import check_broadcastable, check_choice, check_real, check_tensor, checks_enabled
 from ..errors import LossInputError
 from ..examples import binary_example, logits_example
-from ..inputs import binary_inputs, class_inputs
+from ..inputs import binary_inputs, class_inputs, flatten_classes
 from ..reduce import combine_masks, reduce_loss
 from ..registry import Example, register
 from ._common import FAMILY, one_minus_pt
@@ -62,11 +62,6 @@ class _Flat(NamedTuple):
     logits: torch.Tensor | None     # (M, C) raw scores (binary/multilabel with from_logits), for the hinge
     dtype: torch.dtype              # result dtype
     num_classes: int
-
-
-def _flatten_classes(x: torch.Tensor) -> torch.Tensor:
-    """(N, C, d1, ...) -> (N·d1·..., C)."""
-    return x.movedim(1, -1).reshape(-1, x.shape[1])
 
 
 def _check_probabilities(name: str, p: torch.Tensor) -> None:
@@ -122,7 +117,7 @@ def _flat_inputs(logits, target, *, mode, ignore_index, mask, from_logits, allow
     if mode == "binary":
         flat = lambda t: t.reshape(-1, 1)  # noqa: E731
     else:
-        flat = _flatten_classes
+        flat = flatten_classes
     keep = None if keep is None else flat(keep)
     return _Flat(flat(prob), flat(y), keep, flat(z) if from_logits else None, logits.dtype, flat(z).shape[1])
 
