@@ -9,6 +9,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..checks import (check_class_target, check_finite, check_real, check_same_batch, check_shape, check_tensor)
 from ..errors import LossInputError
+from ..margins import apply_target_margin
 from ..examples import embedding_example
 from ..module import LossModule
 from ..reduce import combine_masks, compute_dtype, reduce_loss
@@ -30,16 +31,6 @@ def sample_classes(positives: torch.Tensor, num_classes: int, sample_rate: float
     keys = torch.rand(num_classes, generator=generator).to(positives.device)
     keys[positives] = 2.0  # positives first
     return keys.topk(count).indices.sort().values
-
-
-def _margin(cos_y: torch.Tensor, margin, value: float) -> torch.Tensor:
-    if margin is None:
-        return cos_y
-    if margin == "cosface":
-        return cos_y - value
-    if callable(margin):
-        return margin(cos_y)
-    raise LossInputError("margin", "None, 'cosface' or a callable cos_y -> modified cos_y", repr(margin))
 
 
 def _pfc_example(size="small", seed=0, variant="normal") -> Example:
@@ -97,7 +88,7 @@ def partial_fc(embeddings, labels, centers, *, sample_rate=0.1, scale=64.0, marg
     w = F.normalize(centers.to(acc).index_select(0, chosen), dim=1)
     cos = x @ w.t()
     cos_y = cos.gather(1, y[:, None]).squeeze(1)
-    logits = cos.scatter(1, y[:, None], _margin(cos_y, margin, float(margin_value))[:, None]) * scale
+    logits = cos.scatter(1, y[:, None], apply_target_margin(cos_y, margin, float(margin_value))[:, None]) * scale
     terms = F.cross_entropy(logits, y, reduction="none")
     return reduce_loss(terms, reduction, weight=weight, mask=combine_masks(mask), out_dtype=embeddings.dtype)
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..checks import check_class_target, check_finite, check_real, check_same_batch, check_tensor
 from ..errors import LossInputError
 from ..examples import embedding_example
-from ..module import LossModule
+from ..module import LossModule, hyperparameters
 from ..reduce import compute_dtype
 from ..registry import Example
 
@@ -59,11 +59,12 @@ def cosine_logits(embeddings: torch.Tensor, centers: torch.Tensor, *, sub_center
     return cos
 
 
-def margin_softmax_terms(cos: torch.Tensor, labels: torch.Tensor, scale: float,
+def margin_softmax_terms(cos: torch.Tensor, labels: torch.Tensor, scale: float | torch.Tensor,
                          target_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
                          other_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Per-sample CE of the logits s·cos θ_ic, with the target entry replaced by s·ψ(cos θ_y)
-    (``target_fn`` = ψ) and, optionally, the non-target entries by s·φ(cos θ_ic) (``other_fn``)."""
+    (``target_fn`` = ψ) and, optionally, the non-target entries by s·φ(cos θ_ic) (``other_fn``).
+    ``scale`` is a number or a per-sample column (N, 1) (SphereFace's s·‖x‖)."""
     y = labels[:, None]
     logits = cos if other_fn is None else other_fn(cos)
     if target_fn is not None:
@@ -82,7 +83,7 @@ class HeadModule(LossModule):
         super().__init__(**hyper)
         check_real("num_classes", num_classes, low=1, integer=True)
         check_real("embedding_dim", embedding_dim, low=1, integer=True)
-        k = int(hyper.get("sub_centers", 1))
+        k = int(hyper.get("sub_centers", hyperparameters(type(self).function).get("sub_centers", 1)))
         self.centers = torch.nn.Parameter(torch.randn(int(num_classes) * k, int(embedding_dim)) * 0.01)
 
     def forward(self, embeddings, labels, centers=None, **call_kwargs):
