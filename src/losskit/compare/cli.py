@@ -12,6 +12,9 @@ tasks:
   digits-noisy      --noise RATE (0.4) of the training labels wrong, --noise-type symmetric|pairflip;
                     test labels clean
   digits-longtail   --imbalance RATIO (0.05 = n_min/n_max) exponential training profile, balanced test
+  digits-retrieval  metric learning: embed (32-d) with a network trained on classes 0-5, rank by
+                    Recall@1 on the unseen classes 6-9 (also MAP@R, NMI of k-means); pair losses and
+                    heads (input kind 'emb'); batches hold 4 samples per class
   file:PATH         your data: a CSV with a header row (numeric features, --target-column NAME|INDEX,
                     default the last column; split with --test-size/--data-seed) or an .npz with
                     X_train, y_train, X_test, y_test (or X, y)
@@ -31,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     width = max(map(len, DEFAULT_LOSSES)) + 2
     parser.epilog = EPILOG.format(defaults="\n".join(
-        f"  {(t if t in ('digits', 'digits-noisy', 'digits-longtail') else 'file:PATH').ljust(width)}"
+        f"  {(t if t in ('digits', 'digits-noisy', 'digits-longtail', 'digits-retrieval') else 'file:PATH').ljust(width)}"
         + ",".join(v) for t, v in DEFAULT_LOSSES.items()))
-    parser.add_argument("task", help="digits, digits-noisy, digits-longtail or file:PATH (see below)")
+    parser.add_argument("task", help="digits, digits-noisy, digits-longtail, digits-retrieval or file:PATH (see below)")
     parser.add_argument("--losses", help="comma-separated loss specs, e.g. 'cross_entropy,gce[q=0.5]' "
                                          "(default: the task's set)")
     parser.add_argument("--seeds", default="3", help="number of seeds (0..K-1) or a list like 0,5,7 (default 3)")
-    parser.add_argument("--epochs", type=int, help="training epochs per cell (default 100)")
+    parser.add_argument("--epochs", type=int, help="training epochs per cell (default: the task's, 100; digits-retrieval 20)")
     parser.add_argument("--batch-size", type=int, default=128, help="minibatch size (default 128)")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")

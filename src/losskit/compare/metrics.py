@@ -1,11 +1,17 @@
-"""Test-set metrics of one trained model: accuracy, macro-F1, balanced accuracy (scikit-learn) and ECE."""
+"""Test-set metrics of one trained model.
+
+Classification tasks: accuracy, macro-F1, balanced accuracy (scikit-learn) and ECE.
+Retrieval tasks (embeddings of classes the model never saw, cosine similarity): Recall@1, MAP@R
+(Musgrave et al. 2020, "A Metric Learning Reality Check") and the NMI of k-means clusters.
+"""
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 
-__all__ = ["METRICS", "expected_calibration_error", "evaluate"]
+__all__ = ["METRICS", "RETRIEVAL_METRICS", "metrics_for", "expected_calibration_error", "evaluate",
+           "evaluate_retrieval", "recall_at_1", "map_at_r", "kmeans_nmi", "cosine_similarity_matrix"]
 
 # name -> (label, higher is better)
 METRICS = {
@@ -14,6 +20,17 @@ METRICS = {
     "balanced_accuracy": ("balanced acc.", True),
     "ece": ("ECE", False),
 }
+
+RETRIEVAL_METRICS = {
+    "recall_at_1": ("Recall@1", True),
+    "map_at_r": ("MAP@R", True),
+    "nmi": ("NMI", True),
+}
+
+
+def metrics_for(kind: str) -> dict[str, tuple[str, bool]]:
+    """The metric table of a task kind ("classification" or "retrieval"); the first metric ranks."""
+    return RETRIEVAL_METRICS if kind == "retrieval" else METRICS
 
 
 def expected_calibration_error(probs, labels, n_bins: int = 15) -> float:
@@ -61,3 +78,80 @@ def evaluate(logits, labels) -> dict[str, float]:
             "balanced_accuracy": float(balanced_accuracy_score(labels, pred)),
             "ece": expected_calibration_error(probs, labels),
         }
+
+
+# -- retrieval ------------------------------------------------------------------------------------
+def _np(a, dtype=np.float64) -> np.ndarray:
+    if hasattr(a, "detach"):
+        a = a.detach().cpu().numpy()
+    return np.asarray(a, dtype=dtype)
+
+
+def cosine_similarity_matrix(embeddings) -> np.ndarray:
+    """(n, n) cosine similarities of the rows (a zero row has similarity 0 to everything)."""
+    x = _np(embeddings)
+    if x.ndim == 1:
+        x = x[:, None]
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norm == 0, 1.0, norm)
+    return x @ x.T
+
+
+def _ranked(embeddings, labels):
+    """Labels of the other samples for every query, most similar first (leave-one-out), and the labels.
+    Ties are broken by index (stable sort), so results are deterministic."""
+    labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).reshape(-1)
+    sim = cosine_similarity_matrix(embeddings)
+    if sim.shape[0] != labels.shape[0]:
+        raise ValueError(f"embeddings must have one row per label; got {sim.shape[0]} rows and {len(labels)} labels")
+    np.fill_diagonal(sim, -np.inf)
+    order = np.argsort(-sim, axis=1, kind="stable")[:, :-1]  # the query itself (−inf) is last
+    return labels[order] == labels[:, None], labels
+
+
+def _has_positive(labels: np.ndarray) -> np.ndarray:
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return counts[inv] - 1
+
+
+def recall_at_1(embeddings, labels) -> float:
+    """Fraction of samples whose nearest other sample (cosine) has the same label (= precision@1).
+    Samples that are alone in their class are left out (as in pytorch-metric-learning)."""
+    hits, labels = _ranked(embeddings, labels)
+    keep = _has_positive(labels) > 0
+    return float(hits[keep, 0].mean()) if keep.any() else 0.0
+
+
+def map_at_r(embeddings, labels) -> float:
+    """MAP@R: for each query, R = number of other samples of its class and
+    AP@R = (1/R) Σ_{i ≤ R} P(i)·[rank i is correct], P(i) the precision among the top i; averaged over
+    the queries with R ≥ 1 (Musgrave, Belongie, Lim 2020)."""
+    hits, labels = _ranked(embeddings, labels)
+    R = _has_positive(labels)
+    aps = []
+    for q in np.flatnonzero(R > 0):
+        h = hits[q, :R[q]].astype(np.float64)
+        prec = np.cumsum(h) / np.arange(1, R[q] + 1)
+        aps.append(float((prec * h).sum() / R[q]))
+    return float(np.mean(aps)) if aps else 0.0
+
+
+def kmeans_nmi(embeddings, labels, n_clusters: int | None = None, seed: int = 0) -> float:
+    """NMI between the labels and k-means clusters (k = number of labels) of the L2-normalised
+    embeddings (so the clustering follows cosine similarity); scikit-learn KMeans, fixed seed."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import normalized_mutual_info_score
+
+    labels = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).reshape(-1)
+    x = _np(embeddings)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x = x / np.where(norm == 0, 1.0, norm)
+    k = len(np.unique(labels)) if n_clusters is None else int(n_clusters)
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(x)
+    return float(normalized_mutual_info_score(labels, clusters))
+
+
+def evaluate_retrieval(embeddings, labels) -> dict[str, float]:
+    """The metrics of ``RETRIEVAL_METRICS`` for (n, D) embeddings against their labels."""
+    return {"recall_at_1": recall_at_1(embeddings, labels), "map_at_r": map_at_r(embeddings, labels),
+            "nmi": kmeans_nmi(embeddings, labels)}

@@ -1,7 +1,9 @@
 """The leaderboard (mean ± std over seeds per loss) and the report folder.
 
-Files: ``leaderboard.csv`` (one row per loss), ``leaderboard.md``, ``metric.png`` (accuracy per loss:
-mean ± std with every seed as a point) and ``config.json`` (what was run, with versions).
+Files: ``leaderboard.csv`` (one row per loss), ``leaderboard.md``, ``metric.png`` (the ranking metric
+per loss: mean ± std with every seed as a point) and ``config.json`` (what was run, with versions).
+
+Classification tasks rank by test accuracy; retrieval tasks by Recall@1 on the unseen classes.
 """
 from __future__ import annotations
 
@@ -13,14 +15,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .metrics import METRICS
+from .metrics import METRICS, metrics_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import Results
 
 __all__ = ["leaderboard", "rich_table", "write_report", "format_mean_std"]
 
-SORT_METRIC = "accuracy"
+SORT_METRIC = "accuracy"  # classification; see sort_metric()
+
+
+def _kind(results: "Results") -> str:
+    return getattr(results.task, "kind", "classification")
+
+
+def sort_metric(results: "Results") -> str:
+    """The metric that ranks the leaderboard: accuracy, or Recall@1 for a retrieval task."""
+    return next(iter(metrics_for(_kind(results)))) if _kind(results) != "classification" else SORT_METRIC
+
+
+def _metric_names(results: "Results") -> list[str]:
+    if _kind(results) == "retrieval":
+        return list(metrics_for("retrieval"))
+    return list(METRICS) + ["train_accuracy"]
+
+
+def _columns(results: "Results") -> list[tuple[str, str]]:
+    if _kind(results) == "retrieval":
+        return [(m, label + ("" if higher else " ↓")) for m, (label, higher) in metrics_for("retrieval").items()]
+    return _COLUMNS
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -31,20 +54,22 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def leaderboard(results: "Results") -> list[dict[str, Any]]:
-    """One row per loss with at least one finished seed, best mean accuracy first."""
+    """One row per loss with at least one finished seed, best mean of :func:`sort_metric` first.
+    ``<metric>_per_seed`` holds the ranking metric of every seed."""
     rows = []
+    sort = sort_metric(results)
     for spec in results.specs:
         cells = sorted((c for c in results.cells if c.label == spec.label), key=lambda c: c.seed)
         if not cells:
             continue
         row: dict[str, Any] = {"loss": spec.label, "loss_id": spec.id, "n_seeds": len(cells),
                                "seeds": [c.seed for c in cells]}
-        for m in list(METRICS) + ["train_accuracy"]:
+        for m in _metric_names(results):
             row[f"{m}_mean"], row[f"{m}_std"] = _mean_std([c.metrics[m] for c in cells if m in c.metrics])
         row["wall_time_mean"], row["wall_time_std"] = _mean_std([c.wall_time for c in cells])
-        row["accuracy_per_seed"] = [c.metrics["accuracy"] for c in cells]
+        row[f"{sort}_per_seed"] = [c.metrics[sort] for c in cells]
         rows.append(row)
-    rows.sort(key=lambda r: -r[f"{SORT_METRIC}_mean"])
+    rows.sort(key=lambda r: -r[f"{sort}_mean"])
     for i, r in enumerate(rows, 1):
         r["rank"] = i
     return rows
@@ -63,16 +88,17 @@ def rich_table(results: "Results"):
     from rich.table import Table
 
     rows = leaderboard(results)
+    columns = _columns(results)
     cfg = results.config
     table = Table(title=escape(f"{results.task.name}: {cfg.epochs} epochs, seeds {_seeds(results)} (mean ± std)"),
                   caption=escape(results.task.description) or None)
     table.add_column("#", justify="right")
     table.add_column("loss", overflow="fold")
-    for _, label in _COLUMNS:
+    for _, label in columns:
         table.add_column(label, justify="right", no_wrap=True)
     table.add_column("s/cell", justify="right", no_wrap=True)
     for r in rows:
-        table.add_row(str(r["rank"]), escape(r["loss"]), *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in _COLUMNS),
+        table.add_row(str(r["rank"]), escape(r["loss"]), *(format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in columns),
                       f"{r['wall_time_mean']:.2f}")
     return table
 
@@ -89,36 +115,39 @@ def write_report(results: "Results", out: Path, config: dict[str, Any]) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(results)
-    _write_csv(rows, out / "leaderboard.csv")
+    _write_csv(results, rows, out / "leaderboard.csv")
     _write_md(results, rows, out / "leaderboard.md")
     _write_png(results, rows, out / "metric.png")
     (out / "config.json").write_text(json.dumps(config, indent=1, sort_keys=False) + "\n")
     return out
 
 
-def _write_csv(rows, path: Path) -> None:
+def _write_csv(results: "Results", rows, path: Path) -> None:
+    per_seed = f"{sort_metric(results)}_per_seed"
     fields = ["rank", "loss", "loss_id", "n_seeds"]
-    for m in list(METRICS) + ["train_accuracy", "wall_time"]:
+    for m in _metric_names(results) + ["wall_time"]:
         fields += [f"{m}_mean", f"{m}_std"]
-    fields += ["seeds", "accuracy_per_seed"]
+    fields += ["seeds", per_seed]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({**r, "seeds": " ".join(map(str, r["seeds"])),
-                        "accuracy_per_seed": " ".join(f"{a:.6f}" for a in r["accuracy_per_seed"])})
+                        per_seed: " ".join(f"{a:.6f}" for a in r[per_seed])})
 
 
 def _write_md(results: "Results", rows, path: Path) -> None:
     cfg = results.config
+    columns = _columns(results)
+    ranked_by = "Recall@1 on the unseen classes" if _kind(results) == "retrieval" else "test accuracy"
     lines = [f"# losskit compare: {results.task.name}", "",
              f"{results.task.summary()}.", "",
              f"Model {results.model}, Adam lr {cfg.lr}, batch {cfg.batch_size}, {cfg.epochs} epochs; "
-             f"seeds {_seeds(results)}; mean ± std over seeds, sorted by test accuracy.", "",
-             "| # | loss | " + " | ".join(label for _, label in _COLUMNS) + " | s/cell |",
-             "|---:|---|" + "---:|" * len(_COLUMNS) + "---:|"]
+             f"seeds {_seeds(results)}; mean ± std over seeds, sorted by {ranked_by}.", "",
+             "| # | loss | " + " | ".join(label for _, label in columns) + " | s/cell |",
+             "|---:|---|" + "---:|" * len(columns) + "---:|"]
     for r in rows:
-        cells = [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in _COLUMNS]
+        cells = [format_mean_std(r[f"{m}_mean"], r[f"{m}_std"]) for m, _ in columns]
         lines.append(f"| {r['rank']} | `{r['loss']}` | " + " | ".join(cells) + f" | {r['wall_time_mean']:.2f} |")
     if results.failed:
         lines += ["", "Failed cells:", ""] + [f"- `{f.label}` seed {f.seed}: {f.error}" for f in results.failed]
@@ -135,14 +164,15 @@ def _write_png(results: "Results", rows, path: Path) -> None:
     fig = Figure(figsize=(max(5.0, 0.9 * n + 2), 4.2), layout="constrained")
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)
+    sort = sort_metric(results)
     for i, r in enumerate(rows):
-        pts = np.asarray(r["accuracy_per_seed"])
+        pts = np.asarray(r[f"{sort}_per_seed"])
         ax.scatter(i + rng.uniform(-0.12, 0.12, pts.size), pts, s=16, alpha=0.6, color="tab:blue", zorder=2,
                    label="seed" if i == 0 else None)
-        ax.errorbar(i, r["accuracy_mean"], yerr=r["accuracy_std"], fmt="D", color="black", capsize=5, ms=6,
+        ax.errorbar(i, r[f"{sort}_mean"], yerr=r[f"{sort}_std"], fmt="D", color="black", capsize=5, ms=6,
                     zorder=3, label="mean ± std" if i == 0 else None)
     ax.set_xticks(range(len(rows)), [r["loss"] for r in rows], rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel("Recall@1 (unseen classes)" if _kind(results) == "retrieval" else "test accuracy")
     ax.set_title(f"{results.task.name}: {results.config.epochs} epochs, {len(results.seeds)} seeds", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     if rows:

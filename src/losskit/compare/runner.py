@@ -23,6 +23,7 @@ import torch
 from .. import __version__
 from ..errors import LossInputError
 from ..registry import ids as registry_ids
+from .metrics import metrics_for
 from .report import leaderboard as _leaderboard
 from .report import rich_table, write_report
 from .spec import LossSpec, parse_losses
@@ -81,7 +82,8 @@ class Results:
         return sum(not c.reused for c in self.cells)
 
     def leaderboard(self) -> list[dict[str, Any]]:
-        """Rows (dicts) sorted by mean test accuracy: ``loss``, ``accuracy_mean``, ``accuracy_std``, ..."""
+        """Rows (dicts) sorted by mean test accuracy (Recall@1 for a retrieval task): ``loss``,
+        ``accuracy_mean``, ``accuracy_std``, ... (``recall_at_1_mean``, ``map_at_r_mean``, ``nmi_mean``, ...)."""
         return _leaderboard(self)
 
     def table(self):
@@ -183,7 +185,7 @@ def _config_dict(results: Results, prepared: list[PreparedLoss], threads) -> dic
         "losses": [{"label": p.label, "id": p.spec.id, "hyper": {k: _json(v) for k, v in p.spec.hyper.items()},
                     "effective": p.effective, "target": p.target_form, "auto": p.auto} for p in prepared],
         "seeds": results.seeds, "epochs": results.config.epochs, "train": results.config.as_dict(),
-        "model": results.model, "metrics": ["accuracy", "macro_f1", "balanced_accuracy", "ece"],
+        "model": results.model, "task_kind": t.kind, "metrics": list(metrics_for(t.kind)),
         "threads": threads, "store": str(results.store_path) if results.store_path else None,
         "versions": {"losskit": __version__, "torch": torch.__version__, "scikit-learn": sklearn.__version__,
                      "python": platform.python_version()},
@@ -219,7 +221,8 @@ def run(task: Task | str, losses: str | list | None = None, seeds: int | str | I
                    or None for the task's defaults. Every loss is validated and tried on a trial batch
                    before anything trains.
     seeds          how many (0..K−1) or which seeds. The seed sets the initialisation and batch order.
-    epochs         default 100 (``TrainConfig``); ``batch_size``, ``lr``, ``weight_decay``, ``hidden`` too.
+    epochs         default: the task's ``default_epochs`` (100; 20 for digits-retrieval); ``batch_size``,
+                   ``lr``, ``weight_decay``, ``hidden`` as ``TrainConfig``.
     model_factory  ``f(in_features, num_classes) -> nn.Module`` (or ``f()``) instead of the default MLP,
                    built after ``torch.manual_seed(seed)``. The store key holds its ``__name__`` and a hash
                    of the architecture (repr and parameter shapes): if you change only its initialisation,
@@ -236,7 +239,7 @@ def run(task: Task | str, losses: str | list | None = None, seeds: int | str | I
         raise LossInputError("task_options", "options only with a task name", repr(task_options))
     specs = parse_losses(default_losses(task) if losses is None else losses)
     seed_list = resolve_seeds(seeds)
-    config = TrainConfig(epochs=100 if epochs is None else epochs, batch_size=batch_size, lr=lr,
+    config = TrainConfig(epochs=task.default_epochs if epochs is None else epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, hidden=hidden)
     if console is None:
         from rich.console import Console

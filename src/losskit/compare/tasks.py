@@ -6,12 +6,17 @@ Built-in tasks use scikit-learn's bundled digits (1797 images of 8×8 pixels, 10
 ``digits-noisy``     a fraction ``noise`` of the *training* labels is wrong (``noise_type``
                      "symmetric": flipped to a uniformly drawn other class; "pairflip": class c -> c+1
                      mod C). Exactly round(noise·n_train) labels are flipped; test labels stay clean.
+``digits-retrieval`` a *retrieval* task: train an embedding on every sample of classes 0–5, evaluate it
+                     on every sample of the unseen classes 6–9 (Recall@1, MAP@R, NMI of k-means on
+                     cosine similarity). The split is by class, so it is the same for every seed; the
+                     sample order is shuffled with ``data_seed``. Evaluation labels keep their digit
+                     (6–9); training labels are 0–5.
 ``digits-longtail``  the training set is subsampled to an exponential class profile
                      n_c = n_max·imbalance^(c/(C−1)) (class 0 the head, class 9 the tail, so
                      ``imbalance`` = n_min/n_max); the test set is balanced (every class cut to the
                      smallest class count).
 
-Every task is a stratified split (``test_size``, ``data_seed``) with features standardised by the
+Every classification task is a stratified split (``test_size``, ``data_seed``) with features standardised by the
 training statistics. The noise and the subsampling are drawn from ``data_seed`` too: they belong to
 the task, so every loss and every training seed sees the same labels.
 
@@ -34,7 +39,9 @@ import numpy as np
 from ..errors import LossInputError
 
 __all__ = ["Task", "TASKS", "DEFAULT_LOSSES", "load_task", "task_names", "digits", "digits_noisy", "digits_longtail",
-           "split_arrays", "apply_label_noise", "longtail_indices"]
+           "digits_retrieval", "split_arrays", "apply_label_noise", "longtail_indices", "EMBEDDING_DIM"]
+
+EMBEDDING_DIM = 32  # the embedding size of retrieval tasks
 
 
 # what ``compare`` runs when no losses are given (ids missing from the registry are skipped)
@@ -42,13 +49,20 @@ DEFAULT_LOSSES: dict[str, tuple[str, ...]] = {
     "digits": ("cross_entropy", "cross_entropy[label_smoothing=0.1]", "focal", "poly1"),
     "digits-noisy": ("cross_entropy", "gce", "apl", "symmetric_ce", "poly1", "focal", "ldr_kl"),
     "digits-longtail": ("cross_entropy", "logit_adjusted_ce", "balanced_softmax", "focal"),
+    "digits-retrieval": ("contrastive_pair", "triplet_margin", "multi_similarity", "circle", "normalized_softmax",
+                         "arcface", "cosface"),
     "custom": ("cross_entropy", "focal", "poly1", "gce"),
 }
 
 
 @dataclass
 class Task:
-    """A classification task: standardised features, integer labels 0..C−1, and what identifies it.
+    """A task: standardised features, integer labels, and what identifies it.
+
+    ``kind`` "classification": train and test labels in 0..C−1, the model outputs C logits.
+    ``kind`` "retrieval": training labels in 0..C−1 (C = ``num_classes``, the training classes), test
+    labels any non-negative integers (classes the model never saw); the model outputs
+    ``embedding_dim`` features and is scored by retrieval metrics on the test set.
 
     ``options`` (JSON-able) together with ``name`` and the data fingerprint is the task's key in the
     result store. ``y_train_clean`` holds the labels before noise (None when there is no noise).
@@ -66,8 +80,15 @@ class Task:
     y_train_clean: np.ndarray | None = None
     class_names: list[str] | None = None
     default_losses: tuple[str, ...] = DEFAULT_LOSSES["custom"]
+    kind: str = "classification"
+    embedding_dim: int = EMBEDDING_DIM
+    # epochs when the user gives none (100 for classification); retrieval embeddings trained on six
+    # classes degrade on the unseen ones with long training, so that task trains for fewer
+    default_epochs: int = 100
 
     def __post_init__(self):
+        if self.kind not in ("classification", "retrieval"):
+            raise LossInputError("kind", "'classification' or 'retrieval'", repr(self.kind))
         self.X_train = np.ascontiguousarray(self.X_train, dtype=np.float32)
         self.X_test = np.ascontiguousarray(self.X_test, dtype=np.float32)
         self.y_train = np.ascontiguousarray(self.y_train, dtype=np.int64)
@@ -79,7 +100,7 @@ class Task:
                 raise LossInputError(f"y_{name}", f"one label per row of X_{name} ({X.shape[0]},)", f"shape {y.shape}")
             if len(y) == 0:
                 raise LossInputError(f"y_{name}", "at least one sample", "none")
-            if y.min() < 0 or y.max() >= self.num_classes:
+            if y.min() < 0 or (y.max() >= self.num_classes and not (self.kind == "retrieval" and name == "test")):
                 raise LossInputError(f"y_{name}", f"labels in [0, {self.num_classes})", f"[{y.min()}, {y.max()}]")
             if not np.isfinite(X).all():
                 raise LossInputError(f"X_{name}", "finite features", "NaN or inf")
@@ -90,6 +111,15 @@ class Task:
     @property
     def in_features(self) -> int:
         return self.X_train.shape[1]
+
+    @property
+    def is_retrieval(self) -> bool:
+        return self.kind == "retrieval"
+
+    @property
+    def out_features(self) -> int:
+        """What the model outputs: C logits, or the embedding size of a retrieval task."""
+        return self.embedding_dim if self.is_retrieval else self.num_classes
 
     @property
     def fingerprint(self) -> str:
@@ -108,8 +138,13 @@ class Task:
         return np.bincount(self.y_train, minlength=self.num_classes)
 
     def summary(self) -> str:
-        s = (f"{self.name}: {len(self.y_train)} train / {len(self.y_test)} test, {self.in_features} features, "
-             f"{self.num_classes} classes")
+        if self.is_retrieval:
+            s = (f"{self.name}: {len(self.y_train)} train ({self.num_classes} classes) / {len(self.y_test)} eval "
+                 f"({len(np.unique(self.y_test))} unseen classes), {self.in_features} features, "
+                 f"{self.embedding_dim}-d embedding")
+        else:
+            s = (f"{self.name}: {len(self.y_train)} train / {len(self.y_test)} test, {self.in_features} features, "
+                 f"{self.num_classes} classes")
         return s + (f"; {self.description}" if self.description else "")
 
     def tensors(self):
@@ -353,12 +388,37 @@ def digits_longtail(*, imbalance: float = 0.05, test_size: float = 0.3, data_see
                 default_losses=DEFAULT_LOSSES["digits-longtail"])
 
 
+RETRIEVAL_TRAIN_CLASSES = (0, 1, 2, 3, 4, 5)
+RETRIEVAL_EVAL_CLASSES = (6, 7, 8, 9)
+
+
+def digits_retrieval(*, data_seed: int = 0) -> Task:
+    """Digits as a retrieval task: embed with a network trained on classes 0–5, evaluate on 6–9."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    perm = _rng(data_seed, 4).permutation(len(y))
+    X, y = X[perm], y[perm]
+    tr, ev = np.isin(y, RETRIEVAL_TRAIN_CLASSES), np.isin(y, RETRIEVAL_EVAL_CLASSES)
+    X_tr, X_te = standardize_features(X[tr], X[ev])
+    return Task("digits-retrieval", X_tr, y[tr], X_te, y[ev], len(RETRIEVAL_TRAIN_CLASSES),
+                options={"train_classes": list(RETRIEVAL_TRAIN_CLASSES), "eval_classes": list(RETRIEVAL_EVAL_CLASSES),
+                         "data_seed": data_seed, "embedding_dim": EMBEDDING_DIM},
+                description=f"train on classes 0-5, evaluate retrieval on the unseen classes 6-9 "
+                            "(cosine similarity)",
+                default_losses=DEFAULT_LOSSES["digits-retrieval"], kind="retrieval", embedding_dim=EMBEDDING_DIM,
+                default_epochs=20)
+
+
 # name -> (factory, the task-specific options it takes beyond test_size/data_seed)
 TASKS: dict[str, tuple[Callable[..., Task], tuple[str, ...]]] = {
     "digits": (digits, ()),
     "digits-noisy": (digits_noisy, ("noise", "noise_type")),
     "digits-longtail": (digits_longtail, ("imbalance",)),
+    "digits-retrieval": (digits_retrieval, ()),
 }
+# tasks that do not take test_size (their split is by class)
+_NO_TEST_SIZE = ("digits-retrieval",)
 
 
 def task_names() -> list[str]:
@@ -380,7 +440,7 @@ def load_task(name: str, **options: Any) -> Task:
         hint = ("did you mean " + ", ".join(map(repr, close)) + "?") if close else "or file:PATH for a CSV/.npz"
         raise LossInputError("task", f"one of {', '.join(TASKS)} or file:PATH", repr(name), hint)
     factory, own = TASKS[name]
-    _reject(name, options, own + ("test_size", "data_seed"))
+    _reject(name, options, own + (("data_seed",) if name in _NO_TEST_SIZE else ("test_size", "data_seed")))
     return factory(**options)
 
 

@@ -12,6 +12,14 @@ on a task and how to call it:
 * a forward and backward pass on a few training rows must succeed.
 
 Anything else fails with a :class:`~losskit.LossInputError` naming the loss and the reason.
+
+Retrieval tasks (``task.kind == "retrieval"``) train an embedding network instead (the same MLP with
+``task.embedding_dim`` outputs) with any registered loss of input kind ``emb``: a pair loss (kind
+``loss``) is called as ``fn(embeddings, labels, **hyper)``; a head (kind ``head``) is its module
+``entry.module(num_classes=C_train, embedding_dim=D, **hyper)``, whose ``centers`` join the optimiser.
+Minibatches come from :func:`m_per_class_batches` (every class in a batch has ``M_PER_CLASS`` samples,
+so pair losses have positives); the trained embedding is scored on the unseen classes by
+:func:`~losskit.compare.metrics.evaluate_retrieval`.
 """
 from __future__ import annotations
 
@@ -25,11 +33,14 @@ from torch import nn
 
 from ..errors import LossInputError
 from ..registry import Entry, get
-from .metrics import evaluate
+from .metrics import evaluate, evaluate_retrieval
 from .spec import LossSpec, jsonable
 from .tasks import Task
 
-__all__ = ["TrainConfig", "mlp", "PreparedLoss", "prepare_loss", "train_cell", "build_model", "model_signature"]
+__all__ = ["TrainConfig", "mlp", "PreparedLoss", "prepare_loss", "train_cell", "build_model", "model_signature",
+           "m_per_class_batches", "M_PER_CLASS"]
+
+M_PER_CLASS = 4  # samples per class in every minibatch group of a retrieval task
 
 # hyperparameters compare fills from the training set when the user leaves them unset
 PRIOR_NAMES = ("prior", "class_prior", "priors", "label_prior")
@@ -69,16 +80,17 @@ def mlp(in_features: int, num_classes: int, hidden: int = 128) -> nn.Module:
 
 
 def build_model(task: Task, config: TrainConfig, model_factory: Callable | None, seed: int) -> nn.Module:
-    """The seeded model: ``model_factory(in_features, num_classes)`` (or ``model_factory()``), else :func:`mlp`."""
+    """The seeded model: ``model_factory(in_features, out_features)`` (or ``model_factory()``), else :func:`mlp`.
+    ``out_features`` is the number of classes, or the embedding size of a retrieval task."""
     torch.manual_seed(seed)
     if model_factory is None:
-        return mlp(task.in_features, task.num_classes, config.hidden)
+        return mlp(task.in_features, task.out_features, config.hidden)
     try:
         n_args = len([p for p in inspect.signature(model_factory).parameters.values()
                       if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty])
     except (TypeError, ValueError):
         n_args = 2
-    model = model_factory(task.in_features, task.num_classes) if n_args >= 2 else model_factory()
+    model = model_factory(task.in_features, task.out_features) if n_args >= 2 else model_factory()
     if not isinstance(model, nn.Module):
         raise LossInputError("model_factory", "a callable returning a torch.nn.Module", type(model).__name__)
     return model
@@ -87,6 +99,8 @@ def build_model(task: Task, config: TrainConfig, model_factory: Callable | None,
 def model_signature(task: Task, config: TrainConfig, model_factory: Callable | None) -> str:
     """What identifies the model in the store: ``mlp(64-128-10)`` or the factory's name and architecture."""
     if model_factory is None:
+        if task.is_retrieval:
+            return f"embed-mlp({task.in_features}-{config.hidden}-{task.embedding_dim})"
         return f"mlp({task.in_features}-{config.hidden}-{task.num_classes})"
     import hashlib
 
@@ -175,6 +189,8 @@ def prepare_loss(spec: LossSpec, task: Task) -> PreparedLoss:
     """Check that ``spec`` can train on ``task`` and work out the call; LossInputError naming the loss if not."""
     entry = get(spec.id)
     where = f"losses[{spec.label}]"
+    if task.is_retrieval:
+        return _prepare_embedding_loss(spec, entry, task, where)
     form, why = _target_form(entry)
     if form is None:
         raise LossInputError(where, f"a loss that can train a classifier on task {task.name!r}",
@@ -221,12 +237,79 @@ def prepare_loss(spec: LossSpec, task: Task) -> PreparedLoss:
     return prepared
 
 
+def _prepare_embedding_loss(spec: LossSpec, entry: Entry, task: Task, where: str) -> PreparedLoss:
+    """A pair loss or a head of input kind ``emb`` for a retrieval task (see the module docstring)."""
+    if entry.input_kind != "emb" or entry.kind not in ("loss", "head"):
+        raise LossInputError(where, f"a metric-learning loss or head (input kind 'emb') for retrieval task "
+                                    f"{task.name!r}",
+                             f"{spec.id!r}, a {entry.kind!r} of input kind {entry.input_kind!r}")
+    names = tuple(entry.data_inputs)
+    want = ("embeddings", "labels", "centers") if entry.kind == "head" else ("embeddings", "labels")
+    if names != want:
+        raise LossInputError(where, f"a loss taking ({', '.join(want)})", f"{spec.id!r}, taking ({', '.join(names)})")
+    if entry.kind == "head" and entry.module is None:
+        raise LossInputError(where, "a head with a module that owns its class centres", f"{spec.id!r} without one")
+    kwargs: dict[str, Any] = {}
+    effective: dict[str, Any] = {}
+    for name, default in entry.defaults.items():
+        if name in spec.hyper:
+            kwargs[name] = _user_value(name, spec.hyper[name], default)
+            effective[name] = jsonable(spec.hyper[name])
+        else:
+            effective[name] = jsonable(default)
+    module_kwargs: dict[str, Any] = {}
+    auto: dict[str, str] = {}
+    if entry.kind == "head":
+        for name, default in entry.module_kwargs.items():
+            if name in spec.hyper:
+                module_kwargs[name] = spec.hyper[name]
+            elif name in NUM_CLASSES_NAMES:
+                module_kwargs[name] = task.num_classes
+                auto[name] = "number of training classes"
+            elif name in ("embedding_dim", "embedding_size", "in_features"):
+                module_kwargs[name] = task.embedding_dim
+                auto[name] = "embedding size"
+            else:
+                module_kwargs[name] = default
+            effective[name] = jsonable(module_kwargs[name])
+    prepared = PreparedLoss(spec, entry, "index", kwargs, module_kwargs, effective, False, auto)
+    _preflight(prepared, task, where)
+    return prepared
+
+
+def m_per_class_batches(labels: torch.Tensor, batch_size: int, m: int, generator: torch.Generator
+                        ) -> list[torch.Tensor]:
+    """One epoch of minibatches in which every class present has at least ``m`` samples (when it has them).
+
+    Each class's samples are shuffled and cut into groups of ``m`` (a remainder shorter than ``m`` joins
+    the class's last group); the groups are shuffled and packed ``max(1, batch_size // m)`` to a
+    batch. Every sample appears exactly once per epoch."""
+    groups: list[torch.Tensor] = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=generator)]
+        cut = [idx[i:i + m] for i in range(0, len(idx), m)]
+        if len(cut) > 1 and len(cut[-1]) < m:
+            rest = cut.pop()
+            cut[-1] = torch.cat([cut[-1], rest])
+        groups += cut
+    order = torch.randperm(len(groups), generator=generator).tolist()
+    per = max(1, batch_size // m)
+    return [torch.cat([groups[j] for j in order[i:i + per]]) for i in range(0, len(order), per)]
+
+
 def _preflight(prepared: PreparedLoss, task: Task, where: str) -> None:
-    """One forward and backward pass on a few training rows with random logits."""
-    n = min(16, len(task.y_train))
+    """One forward and backward pass on a few training rows with random logits (or embeddings)."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(n, task.num_classes, generator=g, requires_grad=True)
-    target = torch.from_numpy(task.y_train[:n])
+    if task.is_retrieval:
+        idx = m_per_class_batches(torch.from_numpy(task.y_train), 16, M_PER_CLASS, g)[0]
+        n = len(idx)
+        logits = torch.randn(n, task.embedding_dim, generator=g, requires_grad=True)
+        target = torch.from_numpy(task.y_train[idx.numpy()])
+    else:
+        n = min(16, len(task.y_train))
+        logits = torch.randn(n, task.num_classes, generator=g, requires_grad=True)
+        target = torch.from_numpy(task.y_train[:n])
     try:
         loss = prepared.build()(logits, target, torch.arange(n))
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
@@ -259,12 +342,16 @@ def train_cell(task: Task, prepared: PreparedLoss, seed: int, config: TrainConfi
     g = torch.Generator().manual_seed(seed)
     n, bs = len(y_tr), config.batch_size
     last = float("nan")
+    retrieval = task.is_retrieval
     for epoch in range(config.epochs):
         model.train()
-        perm = torch.randperm(n, generator=g)
+        if retrieval:
+            batches = m_per_class_batches(y_tr, bs, M_PER_CLASS, g)
+        else:
+            perm = torch.randperm(n, generator=g)
+            batches = [perm[start:start + bs] for start in range(0, n, bs)]
         total = 0.0
-        for start in range(0, n, bs):
-            idx = perm[start:start + bs]
+        for idx in batches:
             loss = loss_fn(model(X_tr[idx]), y_tr[idx], idx)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{prepared.label}: the loss became {loss.item()} in epoch {epoch + 1}")
@@ -276,6 +363,11 @@ def train_cell(task: Task, prepared: PreparedLoss, seed: int, config: TrainConfi
         if on_epoch is not None:
             on_epoch(epoch + 1)
     model.eval()
+    if retrieval:
+        with torch.no_grad():
+            metrics = evaluate_retrieval(model(X_te), y_te)
+        metrics["final_loss"] = last
+        return metrics
     with torch.no_grad():
         metrics = evaluate(model(X_te), y_te)
         metrics["train_accuracy"] = float((model(X_tr).argmax(1) == y_tr).double().mean())

@@ -114,6 +114,25 @@ def contrastive_pair(embeddings, labels, *, pos_margin=0.0, neg_margin=1.0, simi
 
 
 
+
+def _positive_slots(pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, K) column indices of each row's positives, padded to K = the largest count, and their validity.
+
+    All-triplet losses loop over (positive, negative) pairs of an anchor: indexing the positives
+    costs O(n·K·M) instead of O(n·M·M) for a mask over every reference as a positive.
+    """
+    cnt = pos.sum(-1)
+    k = int(cnt.max()) if cnt.numel() else 0
+    row, col = pos.nonzero(as_tuple=True)                   # row-major: each row's columns in order
+    start = torch.cumsum(cnt, 0) - cnt
+    slot = torch.arange(row.shape[0], device=pos.device) - start[row]
+    idx = torch.zeros(pos.shape[0], k, dtype=torch.long, device=pos.device)
+    ok = torch.zeros(pos.shape[0], k, dtype=torch.bool, device=pos.device)
+    idx[row, slot] = col
+    ok[row, slot] = True
+    return idx, ok
+
+
 # ---------------------------------------------------------------------------------------------- triplet
 @_register("triplet_margin", source="anchor", oracle="pml", tier=1, test_hyper={"chunk_size": 5},
            hyper_errors={**_HYPER_ERRORS, "per_anchor": "max"})
@@ -128,7 +147,7 @@ def triplet_margin(embeddings, labels, *, margin=0.05, swap=False, smooth=False,
     M×M reference matrix); ``smooth=True`` uses softplus instead of the hinge. Per-anchor term: the
     mean (``per_anchor="mean"``) or the sum (``"sum"``; reduction="sum" is then pml's
     TripletMarginLoss with SumReducer) over the anchor's triplets; anchors without one are excluded.
-    All triplets cost O(chunk·M²) per anchor block.
+    All triplets cost O(chunk·K·M) per anchor block (K: the most positives of an anchor).
 
     Defaults: margin m=0.05, swap=False, smooth=False, similarity="neg_euclidean" on L2-normalised
     embeddings (pml: TripletMarginLoss with LpDistance), per_anchor="mean" (pml: AvgNonZeroReducer
@@ -157,12 +176,13 @@ def triplet_margin(embeddings, labels, *, margin=0.05, swap=False, smooth=False,
     def rows(sl, q, r, *s_rr):
         s = b.similarity_rows(q, r)
         pos, neg = b.masks(sl)
+        p_idx, p_ok = _positive_slots(pos)                      # [i, k]: the k-th positive of anchor i
         s_neg = s[:, None, :]                                   # [i, ·, n]
         if swap:
-            s_neg = torch.maximum(s_neg, s_rr[0][None])         # [i, p, n] = max(s_in, s_pn)
-        loss = hinge(s_neg - s[:, :, None] + margin)            # [i, p, n]
-        valid = pos[:, :, None] & neg[:, None, :]
-        total, count = masked_sum(loss, valid).sum(-1), valid.sum((1, 2))
+            s_neg = torch.maximum(s_neg, s_rr[0][p_idx])        # [i, k, n] = max(s_in, s_pn)
+        loss = hinge(s_neg - s.gather(1, p_idx)[:, :, None] + margin)   # [i, k, n]
+        valid = p_ok[:, :, None] & neg[:, None, :]
+        total, count = masked_sum(loss, valid).sum(-1), pos.sum(-1) * neg.sum(-1)
         if per_anchor == "mean":
             total = total / count.clamp_min(1)
         return total, count > 0
