@@ -18,7 +18,7 @@ from .errors import LossInputError
 __all__ = [
     "set_checks", "checks_enabled", "checks", "describe", "check_tensor", "check_floating",
     "check_finite", "check_same_batch", "check_shape", "check_class_target", "check_probabilities",
-    "check_real", "check_choice", "check_broadcastable", "check_same_device",
+    "check_real", "check_choice", "check_broadcastable", "check_same_device", "check_feature_dim",
 ]
 
 _CHECKS = True
@@ -111,6 +111,12 @@ def check_shape(name: str, x: torch.Tensor, shape: Sequence[int], like: str | No
     if tuple(x.shape) != tuple(shape):
         want = f"shape {tuple(shape)}" + (f" (as {like})" if like else "")
         raise LossInputError(name, want, describe(x))
+
+
+def check_feature_dim(name: str, x: torch.Tensor, like_name: str, like: torch.Tensor) -> None:
+    """``x`` (M, D) has the feature dimension D of ``like`` (N, D) (embeddings against centres, refs...)."""
+    if x.shape[-1] != like.shape[-1]:
+        raise LossInputError(name, f"shape (M, {like.shape[-1]}) (D of {like_name})", f"shape {tuple(x.shape)}")
 
 
 def check_class_target(name: str, target: torch.Tensor, num_classes: int, ignore_index: int | None) -> None:

@@ -404,7 +404,7 @@ def digits_retrieval(*, data_seed: int = 0) -> Task:
     return Task("digits-retrieval", X_tr, y[tr], X_te, y[ev], len(RETRIEVAL_TRAIN_CLASSES),
                 options={"train_classes": list(RETRIEVAL_TRAIN_CLASSES), "eval_classes": list(RETRIEVAL_EVAL_CLASSES),
                          "data_seed": data_seed, "embedding_dim": EMBEDDING_DIM},
-                description=f"train on classes 0-5, evaluate retrieval on the unseen classes 6-9 "
+                description="train on classes 0-5, evaluate retrieval on the unseen classes 6-9 "
                             "(cosine similarity)",
                 default_losses=DEFAULT_LOSSES["digits-retrieval"], kind="retrieval", embedding_dim=EMBEDDING_DIM,
                 default_epochs=20)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from ..checks import (check_class_target, check_finite, check_real, check_same_batch, check_shape, check_tensor)
-from ..errors import LossInputError
+from ..checks import (check_class_target, check_feature_dim, check_finite, check_real, check_same_batch,
+                      check_shape, check_tensor)
 from ..margins import apply_target_margin
 from ..examples import embedding_example
 from ..module import LossModule
@@ -70,8 +70,7 @@ def partial_fc(embeddings, labels, centers, *, sample_rate=0.1, scale=64.0, marg
     check_tensor("centers", centers, ndim=2, dtype="float")
     check_tensor("labels", labels, ndim=1)
     check_same_batch(["embeddings", "labels"], [embeddings, labels])
-    if centers.shape[1] != embeddings.shape[1]:
-        raise LossInputError("centers", f"shape (C, {embeddings.shape[1]})", f"shape {tuple(centers.shape)}")
+    check_feature_dim("centers", centers, "embeddings", embeddings)
     check_real("sample_rate", sample_rate, low=0.0, high=1.0, low_inclusive=False)
     check_real("scale", scale, low=0.0, low_inclusive=False)
     c = centers.shape[0]
@@ -160,9 +159,7 @@ def decoupled_softmax(queries, label_embeddings, targets, *, temperature=0.05, n
     check_tensor("label_embeddings", label_embeddings, ndim=2, dtype="float")
     check_tensor("targets", targets, ndim=2, dtype="bool")
     check_same_batch(["queries", "targets"], [queries, targets])
-    if label_embeddings.shape[1] != queries.shape[1]:
-        raise LossInputError("label_embeddings", f"shape (M, {queries.shape[1]})",
-                             f"shape {tuple(label_embeddings.shape)}")
+    check_feature_dim("label_embeddings", label_embeddings, "queries", queries)
     check_shape("targets", targets, (queries.shape[0], label_embeddings.shape[0]), like="(queries, labels)")
     check_real("temperature", temperature, low=0.0, low_inclusive=False)
     if chunk_size is not None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_class_target, check_finite, check_real, check_same_batch, check_tensor
+from ..checks import check_class_target, check_feature_dim, check_finite, check_real, check_same_batch, check_tensor
 from ..errors import LossInputError
 from ..examples import embedding_example
 from ..module import LossModule, hyperparameters
@@ -34,9 +34,7 @@ def check_head_inputs(embeddings, labels, centers, *, sub_centers: int = 1) -> i
     check_tensor("labels", labels, ndim=1, dtype="int")
     check_tensor("centers", centers, ndim=2, dtype="float")
     check_same_batch(["embeddings", "labels"], [embeddings, labels])
-    if centers.shape[1] != embeddings.shape[1]:
-        raise LossInputError("centers", f"shape (C, {embeddings.shape[1]}) (D of embeddings)",
-                             f"shape {tuple(centers.shape)}")
+    check_feature_dim("centers", centers, "embeddings", embeddings)
     check_real("sub_centers", sub_centers, low=1, integer=True)
     if centers.shape[0] % int(sub_centers):
         raise LossInputError("centers", f"C·K rows with K = sub_centers = {sub_centers}", f"{centers.shape[0]} rows")

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..checks import check_broadcastable, check_choice, check_finite, check_same_batch, check_tensor, checks_enabled
+from ..checks import (check_broadcastable, check_choice, check_feature_dim, check_finite, check_same_batch, check_tensor,
+                      checks_enabled)
 from ..errors import LossInputError
 from ..reduce import compute_dtype
 
@@ -239,9 +240,7 @@ def pair_batch(embeddings, labels, *, similarity: str = "cosine", normalize: boo
         check_tensor("ref_embeddings", ref_embeddings, ndim=2, dtype="float")
         check_tensor("ref_labels", ref_labels, ndim=1, dtype="int")
         check_same_batch(["ref_embeddings", "ref_labels"], [ref_embeddings, ref_labels])
-        if ref_embeddings.shape[1] != embeddings.shape[1]:
-            raise LossInputError("ref_embeddings", f"shape (M, {embeddings.shape[1]}) (as embeddings)",
-                                 f"shape {tuple(ref_embeddings.shape)}")
+        check_feature_dim("ref_embeddings", ref_embeddings, "embeddings", embeddings)
         if ref_embeddings.dtype != embeddings.dtype:
             raise LossInputError("ref_embeddings", f"dtype {embeddings.dtype} (as embeddings)", str(ref_embeddings.dtype))
         if ref_embeddings.device != embeddings.device:
