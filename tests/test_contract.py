@@ -95,3 +95,15 @@ def test_module_rejects_unknown_hyperparameter_and_keeps_tensor_hyper_as_buffer(
     torch.testing.assert_close(m(x, t), torch.nn.functional.cross_entropy(
         x, t, weight=torch.tensor([1.0, 2.0, 3.0]), label_smoothing=0.1))
     assert m.hyperparameters()["label_smoothing"] == 0.1
+
+
+def test_heads_expose_their_cosine_logits():
+    import torch.nn.functional as F
+
+    head = losskit.nn.SubCenterArcFace(num_classes=4, embedding_dim=3, sub_centers=2)
+    x = torch.randn(5, 3)
+    cos = head.cosine_logits(x)
+    ref = (F.normalize(x, dim=1) @ F.normalize(head.centers, dim=1).T).view(5, 4, 2).amax(-1)
+    torch.testing.assert_close(cos, ref)
+    plain = losskit.nn.CosFace(num_classes=4, embedding_dim=3)
+    torch.testing.assert_close(plain.cosine_logits(x), F.normalize(x, dim=1) @ F.normalize(plain.centers, dim=1).T)

@@ -88,6 +88,15 @@ class HeadModule(LossModule):
         return type(self).function(embeddings, labels, self.centers if centers is None else centers,
                                    **{**self.hyperparameters(), **call_kwargs})
 
+    def cosine_logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """cos θ (N, C) of the embeddings against this head's centres (max over sub-centres): the
+        head's logits without margin or scale, for inference, retrieval against class centres, or to
+        build custom margin logits (the margins themselves are reusable callables, e.g.
+        ``margin_heads.arcface_margin``, which ``partial_fc`` also accepts)."""
+        k = int(self.hyperparameters().get("sub_centers",
+                                           hyperparameters(type(self).function).get("sub_centers", 1)))
+        return cosine_logits(embeddings, self.centers, sub_centers=k)
+
 
 def head_example(size="small", seed: int = 0, variant: str = "normal", *, classes: int = 5,
                  sub_centers: int = 1) -> Example:
