@@ -185,3 +185,25 @@ def test_poly1_focal_matches_paper(epsilon, gamma, alpha):
     torch.testing.assert_close(ours, ref, **TOL)
     torch.testing.assert_close(g1, g2, **TOL)
     assert math.isfinite(ours.sum().item())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("use_pos_weight", [False, True])
+def test_catlip_is_torch_multilabel_bce(reduction, use_pos_weight):
+    g = torch.Generator().manual_seed(12)
+    x = (torch.randn(7, 9, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    y = (torch.rand(7, 9, generator=g) < 0.2).double()
+    pw = torch.rand(9, generator=g, dtype=torch.float64) * 4 + 0.5 if use_pos_weight else None
+    per = F.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="none").mean(1)
+    ref = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    ours, g1 = _grad(lambda: LF.catlip(x, y, pos_weight=pw, reduction=reduction), x)
+    ref_v, g2 = _grad(lambda: {"mean": F.binary_cross_entropy_with_logits(x, y, pos_weight=pw).reshape(()),
+                               "sum": F.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="none")
+                               .mean(1).sum(),
+                               "none": F.binary_cross_entropy_with_logits(x, y, pos_weight=pw, reduction="none")
+                               .mean(1)}[reduction], x)
+    torch.testing.assert_close(ours, ref.detach(), **TOL)
+    torch.testing.assert_close(ours, ref_v, **TOL)
+    torch.testing.assert_close(g1, g2, **TOL)
+    summed = LF.catlip(x, y, pos_weight=pw, class_reduction="sum", reduction="none")
+    torch.testing.assert_close(summed, per.detach() * 9, **TOL)
